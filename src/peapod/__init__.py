@@ -1,0 +1,4 @@
+"""PeaPOD: personalized prompt distillation for generative recommendation."""
+
+__version__ = "0.1.0"
+
