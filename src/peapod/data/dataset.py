@@ -49,6 +49,7 @@ class Dataset:
     item_raw: dict[str, str] | None = None  # item id -> raw ASIN
     item_id_scheme: str = "original"  # "original" (P5 ids, leak order), "random", "first-train"
     scheme_seed: int | None = None
+    item_original: dict[str, str] | None = None  # item id -> original (file) item id, after re-indexing
     root: Path | None = None
     notes: dict[str, int] = field(default_factory=dict)  # counts of guards applied (e.g. leaks dropped)
 
