@@ -26,3 +26,14 @@ def test_failure_inside_the_block_keeps_the_old_file(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
