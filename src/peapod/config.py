@@ -46,7 +46,7 @@ class EmbeddingConfig:
     """Collaborative-filtering user embeddings (the query of the personalized prompt)."""
 
     method: EmbeddingMethod = "pmf"  # paper: PMF
-    dim: int = 512  # paper: 512 (must equal the model width for the components design)
+    dim: int = 512  # paper: 512 (independent of the model width d)
     max_iter: int = 100  # paper: 100 iterations
     learning_rate: float = 1e-3  # paper: 1e-3
     lamda: float = 1e-3  # paper: lambda 1e-3 (cornac spells it "lamda")
