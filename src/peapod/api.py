@@ -439,60 +439,29 @@ class Recommender:
         return out
 
     def _prompts_from_vectors(self, vectors: "torch.Tensor") -> "torch.Tensor":
-        """User prompts (B, L, d) of explicit embedding vectors (B, D), with the trained prompt module.
-
-        Mirrors ``ComponentUserPrompt.forward`` / ``NeighborUserPrompt._attend`` with the query (and the
-        neighbour rows) given instead of looked up by user row.
-        """
+        """User prompts (B, L, d) of explicit embedding vectors (B, D), with the trained prompt module."""
         from .model.prompts import ComponentUserPrompt, NeighborUserPrompt
 
         torch = self._torch
         module = self.model.user_prompt
         if isinstance(module, ComponentUserPrompt):
-            alpha = module.weights_for_queries(vectors)
-            return module.scale * torch.einsum("bm,mld->bld", alpha, module.components)
+            return module.prompts_for_queries(vectors)
         if isinstance(module, NeighborUserPrompt):
             rows = np.stack([self.neighbors(v) for v in vectors.detach().cpu().numpy()])
-            return self._neighbor_prompts(vectors, torch.from_numpy(rows).to(self.device))
+            neighbor_vectors = module.users(torch.from_numpy(rows).to(self.device))  # (B, k, D)
+            return module.prompts_from_embeddings(vectors, neighbor_vectors)[0]
         raise PeapodError(f"cold-start prompts are not implemented for {type(module).__name__}")
-
-    def _neighbor_prompts(self, vectors: "torch.Tensor", neighbor_rows: "torch.Tensor") -> "torch.Tensor":
-        """``NeighborUserPrompt`` on explicit query vectors (B, D) and neighbour rows (B, k) of its user table."""
-        torch = self._torch
-        module = self.model.user_prompt
-        batch = vectors.shape[0]
-        heads, head_dim = module.n_heads, module.d_model // module.n_heads
-        neighbors = module.users(neighbor_rows)  # (B, k, D)
-        q = module.query(vectors).view(batch, heads, 1, head_dim)
-        k = module.key(neighbors).view(batch, -1, heads, head_dim).transpose(1, 2)
-        v = module.value(neighbors).view(batch, -1, heads, head_dim).transpose(1, 2)
-        attn = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(head_dim), dim=-1)
-        context = (attn @ v).reshape(batch, module.d_model)
-        return module.project(context).view(batch, module.length, module.d_model)
 
     # ------------------------------------------------------------------ model plumbing
     def _encode(self, task: str, resolved: Sequence[_Resolved], sources: Sequence[str]):
-        """Encoder outputs and the extended mask for ``[task prompt ; user prompt ; text]`` (as PeaPOD.encode)."""
+        """Encoder outputs and the extended mask for ``[task prompt ; user prompt ; text]`` (PeaPOD.encode)."""
         from .config import TASKS
 
         torch = self._torch
-        enc = self.tokenizer.encode_sources(list(sources))
-        input_ids = enc["input_ids"].to(self.device)
-        mask = enc["attention_mask"].to(self.device)
-        whole = enc["whole_word_ids"].to(self.device)
-        model = self.model
-        embeds = model.backbone.get_input_embeddings()(input_ids) + model.whole_word_embeddings(whole)
-        parts = []
-        if model.task_prompt is not None:
-            task_ids = torch.full((len(sources),), TASKS.index(task), dtype=torch.long, device=self.device)
-            parts.append(model.task_prompt(task_ids))
-        user = self._user_prompts(resolved)
-        if user is not None:
-            parts.append(user)
-        inputs = torch.cat([p.to(embeds.dtype) for p in parts] + [embeds], dim=1)
-        extended = model.extend_mask(mask)
-        out = model.backbone.get_encoder()(inputs_embeds=inputs, attention_mask=extended, return_dict=True)
-        return out, extended
+        enc = {k: v.to(self.device) for k, v in self.tokenizer.encode_sources(list(sources)).items()}
+        task_ids = torch.full((len(sources),), TASKS.index(task), dtype=torch.long, device=self.device)
+        return self.model.encode(enc["input_ids"], enc["attention_mask"], enc["whole_word_ids"],
+                                 task_ids=task_ids, user_prompts=self._user_prompts(resolved))
 
     def _generate(self, encoded, **kwargs):
         encoder_outputs, mask = encoded

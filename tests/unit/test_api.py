@@ -320,7 +320,8 @@ def test_neighbors_design_cold_start(rec, tiny_run):
         np.testing.assert_array_equal(found[1:], index.indices[row])
     rows = torch.tensor([3, 8])
     with torch.no_grad():
-        explicit = nrec._neighbor_prompts(model.user_prompt.users(rows), model.user_prompt.neighbor_index[rows])
+        module = model.user_prompt  # the entry point the API uses for folded-in users
+        explicit = module.prompts_from_embeddings(module.users(rows), module.users(module.neighbor_index[rows]))[0]
         torch.testing.assert_close(explicit, model.user_prompt(rows))
     user = rec.dataset.users[3]
     _check_ranked(nrec.recommend(history=rec.dataset.train_items(user), k=4), nrec, 4)
