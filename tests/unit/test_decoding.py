@@ -274,6 +274,20 @@ def brute_force_scores(model, hidden, mask, candidates):
     return out
 
 
+def test_score_candidates_same_under_eager_attention():
+    """Candidates share one decoder row under a custom additive mask: both attention kernels agree."""
+    model = tiny_t5(6)
+    hidden, mask = encode(model, 2, seed=6)
+    rng = random.Random(6)
+    ids = pad_candidates([random_items(rng, 5) for _ in range(2)])
+    sdpa = score_candidates(model, hidden, mask, ids, chunk_size=2)
+    model.config._attn_implementation = "eager"
+    for module in model.modules():
+        if hasattr(module, "config"):
+            module.config._attn_implementation = "eager"
+    torch.testing.assert_close(score_candidates(model, hidden, mask, ids, chunk_size=2), sdpa, atol=1e-5, rtol=1e-5)
+
+
 def test_pad_sequences_and_candidates():
     assert pad_sequences([[1, 2, 3], [4], []]).tolist() == [[1, 2, 3], [4, -100, -100], [-100, -100, -100]]
     assert pad_sequences([[5], [6, 7]], pad_value=0).tolist() == [[5, 0], [6, 7]]

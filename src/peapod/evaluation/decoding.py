@@ -298,6 +298,14 @@ def _hidden_states(encoder_outputs) -> torch.Tensor:
     return hidden if hidden is not None else encoder_outputs[0]
 
 
+def _block_causal_mask(blocks: int, width: int, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Additive (batch, 1, blocks*width, blocks*width) mask: causal inside each block of ``width``, closed across."""
+    pos = torch.arange(blocks * width, device=device)
+    allowed = (pos[:, None] // width == pos[None, :] // width) & (pos[None, :] <= pos[:, None])
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None].expand(batch, 1, *allowed.shape)
+
+
 @torch.no_grad()
 def score_candidates(
     backbone,
@@ -311,9 +319,10 @@ def score_candidates(
     """Log-likelihood of each candidate's token sequence (EOS included) given its source: (B, C) float32.
 
     ``candidate_ids`` is (B, C, T) target token ids, right-padded with -100 or the pad token (or give
-    ``candidate_mask``, (B, C, T) bool, True on real tokens). The encoder runs zero times here: the
-    source hidden states (B, S, d) are repeated to B*c rows and the decoder scores c candidates of every
-    source in one teacher-forced pass per chunk of ``chunk_size`` candidates (memory ~ B*c*(S*d + T*V)).
+    ``candidate_mask``, (B, C, T) bool, True on real tokens). The encoder runs zero times here: per chunk
+    of ``chunk_size`` candidates, one teacher-forced decoder pass over (B, c*T) tokens scores c candidates
+    of every source, with a block-diagonal causal mask, against the B source states as they are (no
+    per-candidate copy of the encoder states; memory ~ B*c*T*V for the logits + B*(c*T)^2 for the mask).
 
     Score = sum of token log-probabilities / length ** ``length_penalty``. The default 0 gives the plain
     sum, the quantity beam search accumulates and prunes on; 1.0 gives the per-token mean, which is how
@@ -340,27 +349,29 @@ def score_candidates(
     tokens = torch.where(candidate_mask, candidate_ids, torch.full_like(candidate_ids, pad_id))
 
     scores = torch.empty(batch, n_cand, dtype=torch.float32, device=device)
+    enc_mask = None if attention_mask is None else attention_mask.to(device)
     for c0 in range(0, n_cand, chunk_size):
         c1 = min(c0 + chunk_size, n_cand)
         c = c1 - c0
         mask = candidate_mask[:, c0:c1]
-        lengths = mask.sum(-1)
+        lengths = mask.sum(-1)  # (B, c)
         width = max(int(lengths.max()), 1)
-        tgt = tokens[:, c0:c1, :width].reshape(batch * c, width)
-        tmask = mask[:, :, :width].reshape(batch * c, width)
+        tgt = tokens[:, c0:c1, :width]  # (B, c, W)
+        tmask = mask[:, :, :width]
         dec_in = torch.full_like(tgt, pad_id)
-        dec_in[:, 0] = start_id
-        dec_in[:, 1:] = tgt[:, :-1]
-        enc = hidden.unsqueeze(1).expand(batch, c, *hidden.shape[1:]).reshape(batch * c, *hidden.shape[1:])
-        enc_mask = None
-        if attention_mask is not None:
-            am = attention_mask.to(device)
-            enc_mask = am.unsqueeze(1).expand(batch, c, am.shape[-1]).reshape(batch * c, am.shape[-1])
+        dec_in[..., 0] = start_id
+        dec_in[..., 1:] = tgt[..., :-1]
+        # The c candidates of a source are laid end to end in ONE decoder row of c*W tokens, with a
+        # block-diagonal causal self-attention mask: each candidate sees only its own earlier tokens, and
+        # T5's relative position bias inside a block equals that of a separate sequence. The decoder thus
+        # cross-attends to the B encoder states as they are: no copy and no re-projection per candidate.
         logits = backbone(
-            encoder_outputs=(enc,), attention_mask=enc_mask, decoder_input_ids=dec_in, use_cache=False
-        ).logits.float()
+            encoder_outputs=(hidden,), attention_mask=enc_mask, decoder_input_ids=dec_in.reshape(batch, c * width),
+            decoder_attention_mask=_block_causal_mask(c, width, batch, hidden.dtype, device), use_cache=False,
+        ).logits.float().view(batch, c, width, -1)
         token_lp = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        total = (token_lp * tmask).sum(-1).view(batch, c)
+        del logits
+        total = (token_lp * tmask).sum(-1)  # (B, c)
         lengths_f = lengths.to(torch.float32)
         if length_penalty:
             total = total / lengths_f.clamp(min=1.0) ** length_penalty
