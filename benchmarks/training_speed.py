@@ -15,7 +15,7 @@ trainer's own samplers, collator and :func:`peapod.training.trainer.training_ste
 
 Without ``--dataset`` a synthetic P5 dataset (peapod.data.synthetic) is generated in a temporary folder.
 User embeddings are random (the embedding fit is not what is measured). Prints figures only; never part
-of the test suite.
+of the test suite. ``measure()`` is what benchmarks/speed.py calls.
 """
 
 from __future__ import annotations
@@ -173,6 +173,69 @@ def bench_preset(preset: str, dataset, tokenizer: PromptTokenizer, steps: int, d
     }
 
 
+def load_data(dataset_dir: Path | None, tmp: str | Path):
+    """The benchmark's dataset: ``dataset_dir``, or a synthetic one written under ``tmp``; and its description."""
+    if dataset_dir is None:
+        from peapod.data.synthetic import write_synthetic
+
+        dataset_dir = write_synthetic(Path(tmp) / "synthetic", n_users=2000, n_items=1500, seed=0)
+        label = "synthetic (2000 users, 1500 items)"
+    else:
+        label = str(dataset_dir)
+    return load_dataset(dataset_dir, require_negatives=False), label
+
+
+def measure(dataset_dir: Path | None = None, presets=("tiny", "t5-small"), steps: int = 4,
+            tokenizer_spec: str | None = None, batch_size: int | None = None, threads: int = 2,
+            on_preset=None) -> dict:
+    """Benchmark every preset on one dataset and tokenizer; return the figures (``on_preset(r)`` after each)."""
+    torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory(prefix="peapod-bench-") as tmp:
+        dataset, label = load_data(dataset_dir, tmp)
+        t0 = time.perf_counter()
+        if tokenizer_spec:
+            tokenizer = PromptTokenizer.from_spec(tokenizer_spec)
+        else:
+            config = load_config(presets[0])
+            tokenizer = PromptTokenizer.train(tokenizer_corpus(dataset, config), config.model.tokenizer_vocab_size)
+        tokenizer_s = time.perf_counter() - t0
+        results = {
+            "device": str(device),
+            "threads": threads,
+            "steps": steps,
+            "dataset": {"path": label, "users": dataset.n_users, "items": dataset.n_items,
+                        "explanations_train": len(dataset.explanations.get("train", []))},
+            "tokenizer": {"source": tokenizer.source, "vocab_size": tokenizer.vocab_size, "seconds": tokenizer_s},
+            "presets": [],
+        }
+        for preset in presets:
+            r = bench_preset(preset, dataset, tokenizer, steps, device, batch_size)
+            results["presets"].append(r)
+            if on_preset is not None:
+                on_preset(r)
+        results["max_rss_mib_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def print_preset(r: dict, threads: int, device: str) -> None:
+    print(f"\n== {r['preset']}: {r['parameters'] / 1e6:.2f} M parameters, batch {r['batch_size']}, "
+          f"{threads} threads, {device}")
+    print(f"{'task':6} {'samples/s':>10} {'s/step':>8} {'tokens':>7} {'text':>6} {'collate':>8} {'prompts':>8}")
+    for task, d in r["per_task"].items():
+        print(f"{task:6} {d['samples_per_s']:10.1f} {d['seconds_per_step']:8.3f} "
+              f"{d['source_tokens_per_sample']:7.0f} {d['share_text']:6.1%} {d['share_collate']:8.1%} "
+              f"{d['share_prompt_modules']:8.1%}")
+    o = r["overall"]
+    print(f"{'mix':6} {o['samples_per_s']:10.1f} {'':8} {'':7} {o['share_text']:6.1%} "
+          f"{o['share_collate']:8.1%} {o['share_prompt_modules']:8.1%}")
+    if r["topn_collation"]:
+        c = r["topn_collation"]
+        print(f"top-n collation {c['collate_samples_per_s']:.0f} samples/s vs training "
+              f"{c['train_samples_per_s']:.1f} samples/s ({c['collate_over_train']:.0f}x)")
+    print("memory: " + ", ".join(f"{k} {v:.0f}" for k, v in r["memory"].items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=None, help="P5-layout folder (default: synthetic)")
@@ -183,52 +246,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the figures here")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    with tempfile.TemporaryDirectory(prefix="peapod-bench-") as tmp:
-        if args.dataset is None:
-            from peapod.data.synthetic import write_synthetic
-
-            data_dir = write_synthetic(Path(tmp) / "synthetic", n_users=2000, n_items=1500, seed=0)
-        else:
-            data_dir = args.dataset
-        dataset = load_dataset(data_dir, require_negatives=False)
-        t0 = time.perf_counter()
-        if args.tokenizer:
-            tokenizer = PromptTokenizer.from_spec(args.tokenizer)
-        else:
-            config = load_config(args.presets[0])
-            tokenizer = PromptTokenizer.train(tokenizer_corpus(dataset, config), config.model.tokenizer_vocab_size)
-        tokenizer_s = time.perf_counter() - t0
-        results = {
-            "device": str(device),
-            "threads": args.threads,
-            "dataset": {"path": str(args.dataset) if args.dataset else "synthetic (2000 users, 1500 items)",
-                        "users": dataset.n_users, "items": dataset.n_items,
-                        "explanations_train": len(dataset.explanations.get("train", []))},
-            "tokenizer": {"source": tokenizer.source, "vocab_size": tokenizer.vocab_size, "seconds": tokenizer_s},
-            "presets": [],
-        }
-        for preset in args.presets:
-            r = bench_preset(preset, dataset, tokenizer, args.steps, device, args.batch_size)
-            results["presets"].append(r)
-            print(f"\n== {preset}: {r['parameters'] / 1e6:.2f} M parameters, batch {r['batch_size']}, "
-                  f"{args.threads} threads, {device}")
-            print(f"{'task':6} {'samples/s':>10} {'s/step':>8} {'tokens':>7} {'text':>6} {'collate':>8} {'prompts':>8}")
-            for task, d in r["per_task"].items():
-                print(f"{task:6} {d['samples_per_s']:10.1f} {d['seconds_per_step']:8.3f} "
-                      f"{d['source_tokens_per_sample']:7.0f} {d['share_text']:6.1%} {d['share_collate']:8.1%} "
-                      f"{d['share_prompt_modules']:8.1%}")
-            o = r["overall"]
-            print(f"{'mix':6} {o['samples_per_s']:10.1f} {'':8} {'':7} {o['share_text']:6.1%} "
-                  f"{o['share_collate']:8.1%} {o['share_prompt_modules']:8.1%}")
-            if r["topn_collation"]:
-                c = r["topn_collation"]
-                print(f"top-n collation {c['collate_samples_per_s']:.0f} samples/s vs training "
-                      f"{c['train_samples_per_s']:.1f} samples/s ({c['collate_over_train']:.0f}x)")
-            print("memory: " + ", ".join(f"{k} {v:.0f}" for k, v in r["memory"].items()))
-        results["max_rss_mib_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = measure(args.dataset, args.presets, args.steps, args.tokenizer, args.batch_size, args.threads,
+                      on_preset=lambda r: print_preset(r, args.threads, device))
     if args.json:
         from peapod.io import atomic_write_json
 
