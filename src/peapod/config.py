@@ -96,6 +96,8 @@ class TrainConfig:
     exp_target_len: int = 20  # explanation target tokens (reference: 20)
     bucket_by_length: bool = False
     valid_max_users: int | None = None  # cap validation users (None: all)
+    # batches of each task per cycle of the task-alternated schedule (reference: one each)
+    task_weights: dict[str, int] = field(default_factory=lambda: {"exp": 1, "seq": 1, "topn": 1})
 
 
 @dataclass

@@ -173,6 +173,20 @@ def test_schedule_order_and_skipping():
         TaskSchedule([])
 
 
+def test_schedule_task_weights_interleave_and_validate():
+    s = TaskSchedule(["exp", "seq", "topn"], {"exp": 1, "seq": 3, "topn": 1})
+    assert [s.task_at(i) for i in range(10)] == ["exp", "seq", "topn", "seq", "seq"] * 2
+    assert TaskSchedule(["exp", "seq", "topn"], {"exp": 0}).order == ("seq", "topn")  # weight 0 drops a task
+    assert TaskSchedule(["seq"], {"exp": 5, "seq": 2}).order == ("seq", "seq")  # weights of absent tasks ignored
+    from peapod.errors import ConfigError
+
+    for bad in ({"seq": -1}, {"rating": 1}, {"seq": 1.5}):
+        with pytest.raises(ConfigError, match="task_weights"):
+            TaskSchedule(["seq", "topn"], bad)
+    with pytest.raises(ValueError):
+        TaskSchedule(["seq"], {"seq": 0})
+
+
 def test_build_samplers_skips_missing_explanations():
     ds = make_dataset(with_exp=False)
     samplers = build_train_samplers(ds, DataConfig(), seed=1)

@@ -21,13 +21,14 @@ the reference formula ``floor(N_exp / B) + 2 * floor(U / B)`` (see :func:`steps_
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..config import TASKS, DataConfig
+from ..errors import ConfigError
 from ..data.dataset import Dataset, ExplanationRecord
 from .templates import ITEM_SEP, TEMPLATES, explanation_item_token, pick_templates, render_batch
 
@@ -310,13 +311,21 @@ def build_train_samplers(
 class TaskSchedule:
     """One task per batch: explanation -> sequential -> top-n, repeating; tasks without data skipped.
 
-    The task of a step is a pure function of the global step, so a resumed run keeps the pattern.
+    ``weights`` (task -> batches per cycle, default one each as the reference) interleave a cycle:
+    {exp: 1, seq: 3, topn: 1} gives exp, seq, topn, seq, seq. The task of a step is a pure function of
+    the global step, so a resumed run keeps the pattern.
     """
 
-    def __init__(self, tasks: Sequence[str]):
-        self.order = tuple(t for t in TASK_ORDER if t in set(tasks))
+    def __init__(self, tasks: Sequence[str], weights: Mapping[str, int] | None = None):
+        weights = dict(weights or {})
+        bad = {t: w for t, w in weights.items() if t not in TASK_ORDER or not isinstance(w, int) or isinstance(w, bool) or w < 0}
+        if bad:
+            raise ConfigError(f"train.task_weights: need tasks {list(TASK_ORDER)} with integer weights >= 0, got {bad}")
+        present = [t for t in TASK_ORDER if t in set(tasks) and weights.get(t, 1) > 0]
+        rounds = max((weights.get(t, 1) for t in present), default=0)
+        self.order = tuple(t for r in range(rounds) for t in present if weights.get(t, 1) > r)
         if not self.order:
-            raise ValueError("no task has training data")
+            raise ValueError("no task has training data (or every task with data has weight 0)")
 
     def task_at(self, step: int) -> str:
         """Task of the 0-based global ``step`` (step 0 is explanation when it has data)."""
@@ -344,11 +353,12 @@ class MultiTaskSampler:
     same sample distribution. Pending batches are part of the state.
     """
 
-    def __init__(self, samplers: dict[str, TaskSampler], batch_size: int, bucket_batches: int = 1):
+    def __init__(self, samplers: dict[str, TaskSampler], batch_size: int, bucket_batches: int = 1,
+                 task_weights: Mapping[str, int] | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.samplers = samplers
-        self.schedule = TaskSchedule(list(samplers))
+        self.schedule = TaskSchedule(list(samplers), task_weights)
         self.batch_size = batch_size
         self.bucket_batches = max(1, int(bucket_batches))
         self.queues: dict[str, deque[TextBatch]] = {t: deque() for t in samplers}

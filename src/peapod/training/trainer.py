@@ -506,7 +506,8 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
 
     samplers = build_train_samplers(dataset, config.data, tc.seed, process_index=rank)
-    multi = MultiTaskSampler(samplers, tc.batch_size, BUCKET_BATCHES if tc.bucket_by_length else 1)
+    multi = MultiTaskSampler(samplers, tc.batch_size, BUCKET_BATCHES if tc.bucket_by_length else 1,
+                             task_weights=tc.task_weights)
     valid = build_validation(dataset, config.data, tc.valid_max_users)
     by_metric = tc.select_by == "metric"
     if by_metric and "topn" not in valid:
