@@ -82,7 +82,7 @@ PAPER_SOURCE = ("the paper's Tables 2-3 and 5-6, as printed: pretrained t5-small
 
 # scale -> defaults; the CPU scale is sized for ~1 h on 2 cores (see docs/benchmarks.md).
 SCALES = {
-    "cpu": dict(preset="tiny", users=1000, eval_users=300, steps=1500, seeds=[1, 2, 3], datasets=["beauty"],
+    "cpu": dict(preset="tiny", users=1000, eval_users=200, steps=1000, seeds=[1, 2, 3], datasets=["beauty"],
                 schemes=["original", "random"], variants=["components", "none"], exp_steps=600,
                 extra=["--set", "train.valid_max_users=200"]),
     "paper": dict(preset=None, users=None, eval_users=None, steps=None, seeds=[1], datasets=["beauty"],
@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--users", type=int, help="user subset size (cpu default 1000; paper: all)")
     p.add_argument("--subset-seed", type=int, default=0)
-    p.add_argument("--eval-users", type=int, help="seeded test users evaluated (cpu default 300; paper: all)")
-    p.add_argument("--steps", type=int, help="optimizer steps per model (cpu default 1500; paper: the epochs)")
+    p.add_argument("--eval-users", type=int, help="seeded test users evaluated (cpu default 200; paper: all)")
+    p.add_argument("--steps", type=int, help="optimizer steps per model (cpu default 1000; paper: the epochs)")
     p.add_argument("--exp", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the variants on the synthetic default for the explanation task")
     p.add_argument("--tokenizer", type=Path, help="tokenizer for the real datasets (paper default: the official "
