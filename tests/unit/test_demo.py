@@ -23,6 +23,7 @@ def test_demo_runs_end_to_end_and_labels_its_protocol(tmp_path):
         results = json.loads((out / run / "results.json").read_text())
         assert results["evaluation"]["exclude_history"] is True
         assert results["tasks"]["seq"]["n_users"] == 60
+        assert results["tasks"]["seq"]["history_share_top_k"] == 0.0  # excluded, and the diagnostic says so
         assert json.loads((out / run / "train_result.json").read_text())["steps"] == 6
     # the user prompt differs between the two runs, the data is shared
     assert json.loads((out / "peapod" / "config.json").read_text())["model"]["user_prompt"] == "components"

@@ -231,6 +231,9 @@ def test_evaluate_checkpoint_writes_results_with_provenance(tiny, tmp_path, caps
     preds_path, md_path = sidecar_paths(out)
     preds = read_predictions(preds_path)
     assert len([p for p in preds if p["task"] == "seq"]) == 12
+    seq_preds = [p for p in preds if p["task"] == "seq"]
+    copied = sum(i in p["history"] for p in seq_preds for i in p["ranked"]) / sum(len(p["ranked"]) for p in seq_preds)
+    assert res["tasks"]["seq"]["history_share_top_k"] == pytest.approx(copied)  # the copying diagnostic
     assert len([p for p in preds if p["task"] == "topn"]) == 24
     assert len([p for p in preds if p["task"] == "exp"]) == res["tasks"]["exp"]["n_examples"] <= 12
     assert md_path.read_text().startswith("## peapod[components] / clean / original")

@@ -158,6 +158,13 @@ def _skip(reason: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- model
+def _history_share(recs: list[dict[str, Any]]) -> float:
+    """Share of the recommended items that are already in the prompt history (copying diagnostic)."""
+    total = sum(len(r["ranked"]) for r in recs)
+    inside = sum(sum(item in set(r.get("history", ())) for item in r["ranked"]) for r in recs)
+    return inside / total if total else 0.0
+
+
 def evaluate_checkpoint(checkpoint: str | Path, dataset_dir: str | Path, out: str | Path,
                         options: EvalOptions | None = None) -> dict[str, Any] | None:
     """Evaluate a trained run folder on ``dataset_dir``; write results (main process) and return them.
@@ -188,7 +195,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_dir: str | Path, out: st
         elapsed = _gather([time.perf_counter() - t0], world)
         recs = _gather(recs, world)
         metrics["seq"] = T.ranking_scores(recs, dec.protocol)
-        task_info["seq"] = {"status": "ok", "n_users": len(recs), "time_s": max(elapsed)}
+        task_info["seq"] = {"status": "ok", "n_users": len(recs), "time_s": max(elapsed),
+                            "history_share_top_k": _history_share(recs)}
         predictions += recs
 
     if "topn" in opts.tasks:
@@ -339,7 +347,7 @@ def evaluate_baseline(name: str, dataset_dir: str | Path, out: str | Path, optio
         metrics["seq"] = T.ranking_scores(recs, dec.protocol)
         ranking = "full ranking over all items" + (" minus the history" if dec.exclude_history else "")
         task_info["seq"] = {"status": "ok", "n_users": len(recs), "time_s": time.perf_counter() - t0,
-                            "ranking": ranking}
+                            "ranking": ranking, "history_share_top_k": _history_share(recs)}
         predictions += recs
     if "topn" in opts.tasks:
         if opts.split == "test" and dataset.negatives is None:
