@@ -148,8 +148,9 @@ def run_cell(cell: Cell, data_dir: Path, args: argparse.Namespace, scale: dict, 
     """Train + evaluate one variant, or fit + evaluate one baseline; skipped when its results exist."""
     if cell.results_path.is_file():
         return cell
-    cell.folder.mkdir(parents=True, exist_ok=True)
     log = cell.folder / "log.txt"
+    if not args.dry_run:
+        cell.folder.mkdir(parents=True, exist_ok=True)
     common_eval = ["--dataset", str(data_dir), "--out", str(cell.results_path), "--tasks", tasks, "--split", "test",
                    "--no-progress"]
     if scale["eval_users"]:
@@ -175,6 +176,10 @@ def run_cell(cell: Cell, data_dir: Path, args: argparse.Namespace, scale: dict, 
             if cell.model == "sasrec":
                 base += ["--sasrec", f"seed={cell.seed}"]
         cell.commands = [base]
+    if args.dry_run:
+        for cmd in cell.commands:
+            print(("peapod " + " ".join(cmd[3:])) if cmd[:3] == PEAPOD else " ".join(cmd))
+        return cell
     started = time.perf_counter()
     for cmd in cell.commands:
         _run(cmd, log, args.threads)
@@ -382,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="cells run at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per cell (default 1)")
     p.add_argument("--out", type=Path, default=Path("runs/quality"))
+    p.add_argument("--dry-run", action="store_true", help="prepare the data folders and print every cell's peapod commands; train nothing")
     args = p.parse_args(argv)
 
     scale = dict(SCALES[args.scale])
@@ -410,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         return cell
 
+    if args.dry_run:
+        for item in todo:
+            run_cell(item[0], item[1], args, scale, item[2])
+        return 0
     failures = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for item, fut in [(item, pool.submit(job, item)) for item in todo]:
