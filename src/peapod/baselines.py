@@ -182,7 +182,9 @@ def fit_baseline(name: str, dataset: Dataset, embedding: EmbeddingConfig | None 
     if name in FACTOR_METHODS:
         return FactorBaseline.fit(dataset, name, embedding or EmbeddingConfig())
     if name == "sasrec":
-        return SASRecBaseline.fit(dataset, seed=seed, verbose=verbose, **(sasrec or {}))
+        settings = dict(sasrec or {})
+        # `--sasrec seed=N` seeds the model alone; `seed` (the evaluation seed) is the default
+        return SASRecBaseline.fit(dataset, seed=int(settings.pop("seed", seed)), verbose=verbose, **settings)
     raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
 
 

@@ -91,6 +91,9 @@ def test_sasrec_beats_popularity_on_synthetic_sequences():
     batched = sas.score(ds.users[:3], [e.history for e in ex[:3]])
     single = sas.score(ds.users[:1], [ex[0].history])
     assert np.allclose(batched[0], single[0], atol=1e-5)  # batching does not change a user's scores
+    # `--sasrec seed=N` seeds the model (and is recorded) instead of colliding with the evaluation seed
+    reseeded = B.fit_baseline("sasrec", ds, seed=0, sasrec={**settings, "n_epochs": 1, "seed": 5})
+    assert reseeded.settings["seed"] == 5
 
 
 def test_evaluate_baseline_cli_same_candidates_and_schema(tmp_path, capsys):
