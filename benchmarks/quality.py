@@ -228,7 +228,7 @@ def plan(args: argparse.Namespace, scale: dict, out: Path) -> list[tuple[Cell, P
 # ------------------------------------------------------------------------------------------ summary
 SEQ_KEYS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
 TOPN_KEYS = ("hr@1", "hr@5", "ndcg@5", "hr@10", "ndcg@10")
-EXP_KEYS = ("bleu4", "rouge1_f", "rouge2_f", "rougeL_f")
+EXP_KEYS = ("bleu4", "rouge1", "rouge2", "rougeL", "reference.rouge1", "reference.rouge2", "reference.rougeL")
 
 
 def _metrics(results: dict, task: str) -> dict[str, float]:
@@ -292,8 +292,8 @@ def markdown(summary: dict, header: str) -> str:
             rows = [(m, summary[f"{dataset}/{scheme}/{m}"]) for m in models if task in summary[f"{dataset}/{scheme}/{m}"]["tasks"]]
             if not rows:
                 continue
-            if keys is None:
-                keys = tuple(k for k in sorted(rows[0][1]["tasks"][task]) if "bleu" in k.lower() or "rouge" in k.lower())
+            if keys is None:  # library BLEU/ROUGE F1, then the reference-compatible ROUGE
+                keys = tuple(k for k in EXP_KEYS if k in rows[0][1]["tasks"][task])
             title = {"seq": "sequential (full ranking, constrained beams)",
                      "topn": "top-n (1 + 99 candidates, exact ranking)", "exp": "explanation (synthetic)"}[task]
             lines += [f"### {dataset} · item ids: {scheme} · {title}", "",
