@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="cells run at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per cell (default 1)")
     p.add_argument("--out", type=Path, default=Path("runs/quality"))
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild quality.json/.md/.png from the finished cells of this plan; run nothing")
     p.add_argument("--dry-run", action="store_true", help="prepare the data folders and print every cell's peapod commands; train nothing")
     args = p.parse_args(argv)
 
@@ -421,8 +423,14 @@ def main(argv: list[str] | None = None) -> int:
             run_cell(item[0], item[1], args, scale, item[2])
         return 0
     failures = []
+    if args.report_only:
+        todo_run = []
+        missing = sum(not c.results_path.is_file() for c, _, _ in todo)
+        print(f"[quality] report only: {missing} planned cells have no results and are left out", file=sys.stderr)
+    else:
+        todo_run = todo
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for item, fut in [(item, pool.submit(job, item)) for item in todo]:
+        for item, fut in [(item, pool.submit(job, item)) for item in todo_run]:
             try:
                 fut.result()
             except RuntimeError as exc:
@@ -434,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"# Quality benchmark ({args.scale} scale)\n\n- command: `python benchmarks/quality.py "
               f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n- machine: {machine()}\n- date: {date}; "
-              f"wall time {time.perf_counter() - started:.0f} s\n- user subset: {args.users or 'all'} users "
+              + ("report rebuilt from finished cells" if args.report_only
+                 else f"wall time {time.perf_counter() - started:.0f} s") + f"\n- user subset: {args.users or 'all'} users "
               f"(seed {args.subset_seed}); evaluated test users: {scale['eval_users'] or 'all'}; steps per model: "
               f"{scale['steps'] or 'epochs of the preset'}; preset: {scale['preset'] or 'paper-<dataset>'}; "
               f"seeds {args.seeds}")
