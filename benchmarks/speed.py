@@ -211,8 +211,11 @@ def train_markdown(t: dict) -> list[str]:
                      _pct(o["share_collate"]), _pct(o["share_prompt_modules"]), peak])
     lines += _table(["preset", "task", "samples/s", "s/step", "prompt text", "collation", "prompt modules",
                      "peak memory"], rows)
-    lines += ["", "Shares are of the whole step (text + collation + forward/backward/optimizer); peak RSS is "
-              "the process's so far (presets run in order). "
+    true_peak = t.get("max_rss_mib_process")
+    lines += ["", "Shares are of the whole step (text + collation + forward/backward/optimizer). The table's RSS "
+              "is sampled between steps, the process's so far (presets run in order); it misses the peak "
+              "inside a step" + (f": the process's true peak (getrusage ru_maxrss) was {true_peak:,.0f} MiB, "
+                                 f"reached by the last preset. " if true_peak else ". ")
               + "; ".join(f"{r['preset']}: {r['parameters'] / 1e6:.2f} M parameters, batch {r['batch_size']}"
                           for r in t["presets"]) + "."]
     return lines
