@@ -99,6 +99,20 @@ class TrainConfig:
     # batches of each task per cycle of the task-alternated schedule (reference: one each)
     task_weights: dict[str, int] = field(default_factory=lambda: {"exp": 1, "seq": 1, "topn": 1})
 
+    def __post_init__(self) -> None:
+        check_task_weights(self.task_weights)
+
+
+def check_task_weights(weights: Any) -> dict[str, int]:
+    """``train.task_weights`` as a dict, or a ConfigError: known tasks, integer weights >= 0."""
+    if not isinstance(weights, dict):
+        raise ConfigError(f"train.task_weights: expected a mapping task -> batches, got {weights!r}")
+    bad = {t: w for t, w in weights.items()
+           if t not in TASKS or not isinstance(w, int) or isinstance(w, bool) or w < 0}
+    if bad:
+        raise ConfigError(f"train.task_weights: need tasks {list(TASKS)} with integer weights >= 0, got {bad}")
+    return dict(weights)
+
 
 @dataclass
 class EvalConfig:

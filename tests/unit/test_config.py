@@ -71,3 +71,13 @@ def test_bad_files_and_presets(tmp_path):
     unknown.write_text("modle:\n  backbone: tiny\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(config_file=unknown)
+
+
+def test_task_weights_checked_when_the_config_is_loaded():
+    from peapod.config import load_config
+    from peapod.errors import ConfigError
+
+    assert load_config("tiny").train.task_weights == {"exp": 1, "seq": 3, "topn": 1}
+    for bad in ("train.task_weights={seq: -1}", "train.task_weights={rating: 1}", "train.task_weights=3"):
+        with pytest.raises(ConfigError, match="task_weights"):
+            load_config("tiny", overrides=[bad])

@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TASKS, DataConfig
-from ..errors import ConfigError
+from ..config import TASKS, DataConfig, check_task_weights
 from ..data.dataset import Dataset, ExplanationRecord
 from .templates import ITEM_SEP, TEMPLATES, explanation_item_token, pick_templates, render_batch
 
@@ -317,10 +316,7 @@ class TaskSchedule:
     """
 
     def __init__(self, tasks: Sequence[str], weights: Mapping[str, int] | None = None):
-        weights = dict(weights or {})
-        bad = {t: w for t, w in weights.items() if t not in TASK_ORDER or not isinstance(w, int) or isinstance(w, bool) or w < 0}
-        if bad:
-            raise ConfigError(f"train.task_weights: need tasks {list(TASK_ORDER)} with integer weights >= 0, got {bad}")
+        weights = check_task_weights(dict(weights or {}))
         present = [t for t in TASK_ORDER if t in set(tasks) and weights.get(t, 1) > 0]
         rounds = max((weights.get(t, 1) for t in present), default=0)
         self.order = tuple(t for r in range(rounds) for t in present if weights.get(t, 1) > r)
