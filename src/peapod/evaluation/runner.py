@@ -160,8 +160,11 @@ def _skip(reason: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- model
 def _history_share(recs: list[dict[str, Any]]) -> float:
     """Share of the recommended items that are already in the prompt history (copying diagnostic)."""
-    total = sum(len(r["ranked"]) for r in recs)
-    inside = sum(sum(item in set(r.get("history", ())) for item in r["ranked"]) for r in recs)
+    total = inside = 0
+    for r in recs:  # duplicates in "ranked" (reference protocol) count each time
+        history = set(r.get("history", ()))
+        total += len(r["ranked"])
+        inside += sum(item in history for item in r["ranked"])
     return inside / total if total else 0.0
 
 
