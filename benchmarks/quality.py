@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -353,18 +352,12 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
+    """One line: CPU, cores, GPU, torch and Python versions (speed.py's machine record)."""
+    from speed import machine_info  # beside this file
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} logical cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    m = machine_info(threads=0)
+    gpu = m["device"] if m["device"] != "cpu" else "no GPU"
+    return f"{m['cpu']}, {m['cores']} logical cores, {gpu}, torch {m['torch']}, Python {m['python']}"
 
 
 def main(argv: list[str] | None = None) -> int:
